@@ -1,0 +1,37 @@
+# Set-up and entry points. Every target installs what it needs into .venv first.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-slow bench reproduce report clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# The main job on the embedded default data: original model, Retrain, MultiDelete, evaluation, tables.
+run: install
+	$(PYTHON) -m mdrun
+
+test: install
+	$(PYTHON) -m pytest -q
+
+test-slow: install
+	$(PYTHON) -m pytest -q -m slow
+
+# Cost of MultiDelete against Retrain, measured in one process.
+bench: install
+	$(PYTHON) scripts/bench.py
+
+reproduce: install
+	$(PYTHON) -m mdrun -m method=multidelete seed=42,87,21
+
+report: install
+	$(PYTHON) -m mdrun.report
+
+clean:
+	rm -rf outputs cache

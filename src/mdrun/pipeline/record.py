@@ -1,0 +1,64 @@
+"""The run record: one summary.json per run next to its resolved config, rewritten after every stage.
+
+A stage that finishes is on disk before the next one starts, so a later failure never loses it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mdrun.storage import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+
+
+class RunRecord:
+    def __init__(self, run_dir: Path, config: dict[str, Any], run: dict[str, Any]) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.summary: dict[str, Any] = {"run": run, "status": {}, "models": {}, "cost": {}, "config": config}
+        atomic_write_text(json.dumps(config, indent=2, default=str) + "\n", self.run_dir / "config.json")
+        self.save()
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / SUMMARY_FILE
+
+    def save(self) -> None:
+        atomic_write_json(self.summary, self.path)
+
+    def set(self, section: str, name: str, value: Any) -> None:
+        self.summary.setdefault(section, {})[name] = value
+        self.save()
+
+    def stage_done(self, stage: str, cost: dict[str, Any]) -> None:
+        self.summary["status"][stage] = "done"
+        self.summary["cost"][stage] = cost
+        self.save()
+
+    def stage_failed(self, stage: str, error: BaseException) -> None:
+        self.summary["status"][stage] = f"failed: {type(error).__name__}: {error}"
+        self.save()
+
+    def save_pairs(self, role: str, records: pd.DataFrame) -> Path:
+        """Per-pair scores of one model, so any pair-level metric can be recomputed without the model."""
+        path = self.run_dir / f"pairs-{role}.parquet"
+        temporary = path.with_suffix(".parquet.tmp")
+        records.to_parquet(temporary, index=False)
+        temporary.replace(path)
+        return path
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        log.warning("skipping unreadable run summary %s (%s)", path, error)
+        return None
