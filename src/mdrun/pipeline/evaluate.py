@@ -23,14 +23,16 @@ from mdrun.models.base import MultimodalModel, SplitInputs, index_inputs
 
 @dataclass
 class EvalSets:
-    """Galleries of image indices per set: forget and retain index the train split, test the test split.
+    """Galleries of image indices per set: forget and retain index the train split, test the held-out split.
 
     `auc_chunks` splits the D_r sample into disjoint chunks the size of D_f for the deletion AUC.
+    `heldout_split` is "test", or "val" when tuning hyperparameters without touching D_test.
     """
 
     galleries: dict[str, list[np.ndarray]]
     auc_chunks: list[np.ndarray]
     gallery_size: int
+    heldout_split: str = "test"
 
 
 def chunk(images: np.ndarray, size: int) -> list[np.ndarray]:
@@ -62,7 +64,7 @@ def build_eval_sets(
         "forget": chunk(rng.permutation(forget.forget_images), size),
         "retain": chunk(retain_sample, size),
     }
-    return EvalSets(galleries=galleries, auc_chunks=auc_chunks, gallery_size=size)
+    return EvalSets(galleries=galleries, auc_chunks=auc_chunks, gallery_size=size, heldout_split=test.name)
 
 
 def best_ranks(scores: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
@@ -141,7 +143,7 @@ def score_model(
 ) -> ModelScores:
     """Rank every gallery, score every evaluated pair, and embed the test split, for one model."""
     model.eval()
-    source_split = {"test": "test", "forget": "train", "retain": "train"}
+    source_split = {"test": sets.heldout_split, "forget": "train", "retain": "train"}
     rankings: dict[str, list] = {}
     tables = []
     total = sum(len(galleries) for galleries in sets.galleries.values())
@@ -168,7 +170,7 @@ def score_model(
         for set_name, image_id in zip(records["set"], records["image_id"])
     ]
 
-    test_inputs = split_inputs["test"]
+    test_inputs = split_inputs[sets.heldout_split]
     emb_a, emb_b = embed(
         model, test_inputs, torch.arange(test_inputs.num_images), torch.arange(test_inputs.num_captions), batch_size
     )

@@ -146,7 +146,8 @@ class Experiment:
         train = dataset.train
         forget_pairs = torch.from_numpy(forget.forget_pairs(train))
         retain_pairs = torch.from_numpy(forget.retain_pairs(train))
-        sets = build_eval_sets(train, dataset.test, forget, settings.evaluation.get("gallery_size"),
+        heldout = dataset.splits[settings.evaluation.get("heldout_split", "test")]
+        sets = build_eval_sets(train, heldout, forget, settings.evaluation.get("gallery_size"),
                                settings.evaluation["retain_chunks"], settings.seed)
 
         self.record = RunRecord(settings.run_dir, settings.config, {
