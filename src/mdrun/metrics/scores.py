@@ -19,9 +19,12 @@ class ModelScores:
     rankings: per set, per gallery, the rank (0 = first) of the best true match for every query,
         as {"image_to_text": array, "text_to_image": array}.
     embeddings: unimodal embeddings of the test images and captions, {"image": array, "text": array}.
+    labels: class labels of the images in embeddings["image"], one integer array per label name in
+        the same row order. It is empty when the dataset has no labels.
     """
 
     records: pd.DataFrame
     rankings: dict[str, list[dict[str, np.ndarray]]]
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     gallery_sizes: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)

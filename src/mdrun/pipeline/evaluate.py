@@ -179,4 +179,5 @@ def score_model(
         rankings=rankings,
         embeddings={"image": emb_a.numpy(), "text": emb_b.numpy()},
         gallery_sizes={name: sets.gallery_size for name in sets.galleries},
+        labels={name: values.numpy() for name, values in test_inputs.image_labels.items()},
     )
