@@ -15,6 +15,7 @@ from mdrun.data.forget import ForgetSplit, select_forget
 from mdrun.data.types import RetrievalDataset
 from mdrun.methods import UnlearningData, build_method
 from mdrun.metrics import compute_metrics
+from mdrun.metrics.gap_to_retrain import compare_to_retrain
 from mdrun.metrics.scores import ModelScores
 from mdrun.models import MODELS, MultimodalModel, SplitInputs
 from mdrun.pipeline.cache import StageCache, cache_key
@@ -136,6 +137,14 @@ class Experiment:
                  metrics.get("deletion_auc/similarity", float("nan")), metrics.get("deletion_auc/matching", float("nan")))
         return scores
 
+    def record_gap_to_retrain(self, role: str, scores: ModelScores, retrain_scores: ModelScores) -> None:
+        """Add the gap to Retrain of every recorded metric, and the KS test of the D_f scores, to `role`'s metrics."""
+        models = self.record.summary["models"]
+        gaps = compare_to_retrain(models[role], models["retrain"], scores.records, retrain_scores.records)
+        self.record.set("models", role, {**models[role], **gaps})
+        log.info("gap to Retrain, %s: mean %.1f, KS statistic %.1f (p = %.3f)",
+                 role, gaps["gap/mean"], gaps["ks/statistic"], gaps["ks/pvalue"])
+
     # -- the run ------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -164,7 +173,8 @@ class Experiment:
         retrained = self.trained_model("retrain", retrain_key, inputs["train"], retain_pairs)
 
         original_scores = self.evaluate("original", original, inputs, dataset, sets, reference=None)
-        self.evaluate("retrain", retrained, inputs, dataset, sets, reference=original_scores)
+        retrain_scores = self.evaluate("retrain", retrained, inputs, dataset, sets, reference=original_scores)
+        self.record_gap_to_retrain("original", original_scores, retrain_scores)
 
         log.info("unlearn: %s on %d forget pairs", settings.method["name"], len(forget_pairs))
         data = UnlearningData(
@@ -173,5 +183,6 @@ class Experiment:
         )
         unlearned = self.stage("unlearn", lambda: method(copy.deepcopy(original), data, settings.seed))
         log.info("unlearn: done in %.1f s", self.record.summary["cost"]["unlearn"]["seconds"])
-        self.evaluate("unlearned", unlearned, inputs, dataset, sets, reference=original_scores)
+        unlearned_scores = self.evaluate("unlearned", unlearned, inputs, dataset, sets, reference=original_scores)
+        self.record_gap_to_retrain("unlearned", unlearned_scores, retrain_scores)
         return self.record.summary
