@@ -28,6 +28,10 @@ COLUMNS = [
     ("retain/r_mean", "D_r r_mean"),
     ("deletion_auc/similarity", "deletion AUC (similarity)"),
     ("deletion_auc/matching", "deletion AUC (matching)"),
+    ("mia/logistic_forget_member_share", "MIA D_f member share"),
+    ("gap/mean", "gap to Retrain (mean)"),
+    ("unimodal/image_agreement", "image agreement"),
+    ("unimodal/text_agreement", "text agreement"),
     ("seconds", "time (s)"),
 ]
 ROLE_ORDER = {"original": 0, "retrain": 1}
