@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -65,7 +67,22 @@ def trained_tiny_model(tiny_inputs) -> AlbefSmall:
     return model
 
 
+@pytest.fixture(scope="session")
+def shared_store(tmp_path_factory) -> Path:
+    """Generated data and the stage cache shared by every run of the session.
+
+    The frozen encoders then run once per session, and runs that differ only in the method reuse
+    the cached original and retrained models.
+    """
+    return tmp_path_factory.mktemp("shared")
+
+
 @pytest.fixture
-def tiny_run_overrides(tmp_path) -> list[str]:
-    """Hydra overrides for an end-to-end run in seconds, writing under a temporary root."""
-    return [f"paths.root_dir={tmp_path}", *TINY_RUN_OVERRIDES]
+def tiny_run_overrides(tmp_path, shared_store) -> list[str]:
+    """Hydra overrides for an end-to-end run in seconds; run folders and tables go under `tmp_path`."""
+    return [
+        f"paths.root_dir={tmp_path}",
+        f"paths.data_dir={shared_store}/data",
+        f"paths.cache_dir={shared_store}/cache",
+        *TINY_RUN_OVERRIDES,
+    ]
