@@ -67,6 +67,9 @@ def test_second_run_reuses_cached_models(tiny_run_overrides, tmp_path):
     summary = json.loads((run_dir_of(tmp_path, seed=7) / "summary.json").read_text())
     assert summary["cost"]["original"]["cached"] is True
     assert summary["cost"]["retrain"]["cached"] is True
+    assert summary["cost"]["evaluate_original"]["cached"] is True
+    first_summary_original = summary["models"]["original"]["test/r_mean"]
+    assert first_summary_original > 0
     assert "original: reusing cached model" in second.stdout + second.stderr
 
 

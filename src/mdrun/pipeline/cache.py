@@ -8,6 +8,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from mdrun.storage import atomic_torch_save, atomic_write_json, load_tensors
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,9 @@ class StageCache:
         atomic_torch_save(state, self.model_path(stage, key))
         atomic_write_json(meta, self.root / stage / f"{key}.json")
 
+    def scores_dir(self, key: str) -> Path:
+        return self.root / "scores" / key
+
     def load_meta(self, stage: str, key: str) -> dict | None:
         path = self.root / stage / f"{key}.json"
         if not path.is_file():
@@ -52,3 +58,57 @@ class StageCache:
             return json.loads(path.read_text())
         except json.JSONDecodeError:
             return None
+
+
+def save_scores(scores, directory: Path) -> None:
+    """Store a ModelScores as a parquet table plus one .npz of arrays, readable without unpickling."""
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for set_name, galleries in scores.rankings.items():
+        for index, ranks in enumerate(galleries):
+            for direction, values in ranks.items():
+                arrays[f"rankings/{set_name}/{index}/{direction}"] = values
+    arrays |= {f"embeddings/{key}": value for key, value in scores.embeddings.items()}
+    arrays |= {f"labels/{key}": value for key, value in scores.labels.items()}
+
+    temporary = directory / ".arrays.tmp.npz"
+    np.savez(temporary, **arrays)
+    temporary.replace(directory / "arrays.npz")
+    records = directory / ".records.tmp.parquet"
+    scores.records.to_parquet(records, index=False)
+    records.replace(directory / "records.parquet")
+    # Written last: its presence marks a complete entry.
+    atomic_write_json({"gallery_sizes": scores.gallery_sizes}, directory / "scores.json")
+
+
+def load_scores(directory: Path):
+    """The ModelScores stored by `save_scores`, or None when the entry is missing or incomplete."""
+    from mdrun.metrics.scores import ModelScores
+
+    if not (directory / "scores.json").is_file():
+        return None
+    try:
+        meta = json.loads((directory / "scores.json").read_text())
+        records = pd.read_parquet(directory / "records.parquet")
+        with np.load(directory / "arrays.npz", allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+    except (OSError, ValueError, json.JSONDecodeError) as error:
+        log.warning("ignoring unreadable cached scores in %s (%s); they will be recomputed", directory, error)
+        return None
+
+    rankings: dict[str, list[dict[str, np.ndarray]]] = {}
+    embeddings, labels = {}, {}
+    for key, value in arrays.items():
+        kind, _, rest = key.partition("/")
+        if kind == "rankings":
+            set_name, index, direction = rest.split("/")
+            galleries = rankings.setdefault(set_name, [])
+            while len(galleries) <= int(index):
+                galleries.append({})
+            galleries[int(index)][direction] = value
+        elif kind == "embeddings":
+            embeddings[rest] = value
+        elif kind == "labels":
+            labels[rest] = value
+    return ModelScores(records=records, rankings=rankings, embeddings=embeddings,
+                       gallery_sizes=meta["gallery_sizes"], labels=labels)

@@ -7,6 +7,7 @@ test split), and the size is recorded with the results.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,17 @@ class EvalSets:
     auc_chunks: list[np.ndarray]
     gallery_size: int
     heldout_split: str = "test"
+
+
+    def fingerprint(self) -> str:
+        """Hash of every gallery and chunk, so cached scores are reused only for the same pairs."""
+        digest = hashlib.sha256(self.heldout_split.encode())
+        for name in sorted(self.galleries):
+            for gallery in self.galleries[name]:
+                digest.update(name.encode() + np.asarray(gallery, dtype=np.int64).tobytes())
+        for auc_chunk in self.auc_chunks:
+            digest.update(b"chunk" + np.asarray(auc_chunk, dtype=np.int64).tobytes())
+        return digest.hexdigest()[:16]
 
 
 def chunk(images: np.ndarray, size: int) -> list[np.ndarray]:

@@ -18,7 +18,7 @@ from mdrun.metrics import compute_metrics
 from mdrun.metrics.gap_to_retrain import compare_to_retrain
 from mdrun.metrics.scores import ModelScores
 from mdrun.models import MODELS, MultimodalModel, SplitInputs
-from mdrun.pipeline.cache import StageCache, cache_key
+from mdrun.pipeline.cache import StageCache, cache_key, load_scores, save_scores
 from mdrun.pipeline.evaluate import EvalSets, build_eval_sets, score_model
 from mdrun.pipeline.meter import StageMeter
 from mdrun.pipeline.record import RunRecord
@@ -121,14 +121,33 @@ class Experiment:
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def evaluate(self, role: str, model: MultimodalModel, inputs, dataset, sets: EvalSets, reference: ModelScores | None) -> ModelScores:
+    def evaluate(
+        self, role: str, model: MultimodalModel, inputs, dataset, sets: EvalSets, reference: ModelScores | None,
+        model_key: str | None = None,
+    ) -> ModelScores:
+        """Score a model and record its metrics; scores of a cached model are cached too, under `model_key`."""
         options = self.settings.evaluation
+        scores_key = None
+        if model_key:
+            scores_key = cache_key({"model": model_key, "sets": sets.fingerprint(), "rerank_k": options["rerank_k"]})
+            scores = load_scores(self.cache.scores_dir(scores_key))
+            if scores is not None:
+                log.info("evaluate %s: reusing cached scores %s", role, scores_key)
+                self.record.stage_done(f"evaluate_{role}", {"cached": True, "key": scores_key})
+                return self.record_metrics(role, scores, reference)
+
         log.info("evaluate %s: %s", role, ", ".join(f"{name} {len(g)} galleries" for name, g in sets.galleries.items()))
 
         def work():
             return score_model(model, inputs, dataset.splits, sets, options["rerank_k"], options["batch_size"], f"evaluate {role}")
 
         scores = self.stage(f"evaluate_{role}", work)
+        if scores_key:
+            save_scores(scores, self.cache.scores_dir(scores_key))
+        return self.record_metrics(role, scores, reference)
+
+    def record_metrics(self, role: str, scores: ModelScores, reference: ModelScores | None) -> ModelScores:
+        options = self.settings.evaluation
         metrics = compute_metrics(options["metrics"], scores, reference)
         self.record.save_pairs(role, scores.records)
         self.record.set("models", role, metrics)
@@ -172,8 +191,8 @@ class Experiment:
         retrain_key = self.model_key(dataset, {"forget": forget.fingerprint(train)})
         retrained = self.trained_model("retrain", retrain_key, inputs["train"], retain_pairs)
 
-        original_scores = self.evaluate("original", original, inputs, dataset, sets, reference=None)
-        retrain_scores = self.evaluate("retrain", retrained, inputs, dataset, sets, reference=original_scores)
+        original_scores = self.evaluate("original", original, inputs, dataset, sets, None, model_key=original_key)
+        retrain_scores = self.evaluate("retrain", retrained, inputs, dataset, sets, original_scores, model_key=retrain_key)
         self.record_gap_to_retrain("original", original_scores, retrain_scores)
 
         log.info("unlearn: %s on %d forget pairs", settings.method["name"], len(forget_pairs))
