@@ -137,7 +137,9 @@ def foci_select(response: Tensor, features: Tensor, max_selected: int) -> list[i
 
     At least one column is returned, so a removal step always has parameters to move.
     """
-    features = features.double()
+    # The statistics are small (n by groups), so they run on the CPU whatever device made the gradients.
+    features = features.detach().double().cpu()
+    response = response.detach().cpu()
     spread = features.std(dim=0)
     usable = spread > 0
     if not bool(usable.any()):
