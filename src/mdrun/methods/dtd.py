@@ -75,7 +75,7 @@ class DescentToDelete(UnlearningMethod):
         delta: float | None = None,
         iterations: int | None = None,
         epochs: int = 1,
-        max_steps: int | None = 100,
+        max_steps: int | None = 60,
         batch_size: int = 32,
         lr: float = 1e-4,
         weight_decay: float = 0.02,
