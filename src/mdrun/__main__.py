@@ -26,10 +26,9 @@ log = logging.getLogger("mdrun")
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
-    settings = settings_from_config(cfg, hydra_config.runtime.output_dir)
-    log.info("run folder: %s", settings.run_dir)
-
     try:
+        settings = settings_from_config(cfg, hydra_config.runtime.output_dir)
+        log.info("run folder: %s", settings.run_dir)
         summary = Experiment(settings).run()
     except MdrunError as error:
         log.error("error: %s", error)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mdrun.errors import MdrunError
 from mdrun.pipeline.settings import ExperimentSettings
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -25,9 +25,10 @@ def register_resolvers() -> None:
 
 
 def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    # NOTE: evaluation and batching keep inputs on the CPU, so only the CPU is supported for now.
+    if name in ("cpu", "auto"):
+        return "cpu"
+    raise MdrunError(f"device={name} is not supported yet; mdrun runs on the CPU (device=cpu)")
 
 
 def settings_from_config(cfg: DictConfig, run_dir: str | Path) -> ExperimentSettings:

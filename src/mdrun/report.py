@@ -51,6 +51,9 @@ def run_rows(summary: dict) -> list[dict]:
     for role, metrics in summary.get("models", {}).items():
         stage = {"original": "original", "retrain": "retrain", "unlearned": "unlearn"}[role]
         name = run["method"] if role == "unlearned" else role
+        if role == "unlearned" and name in ROLE_ORDER:
+            # A run of the `retrain` method must not merge with the pipeline's own Retrain row.
+            name = f"{name} (method)"
         cost = summary.get("cost", {}).get(stage, {})
         rows.append({**{key: run.get(key) for key in SETTING}, "seed": run["seed"], "method": name,
                      **metrics, "seconds": cost.get("seconds"), "peak_rss_mb": cost.get("peak_rss_mb")})
