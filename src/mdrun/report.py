@@ -35,6 +35,9 @@ COLUMNS = [
     ("seconds", "time (s)"),
 ]
 ROLE_ORDER = {"original": 0, "retrain": 1}
+HEADLINE_METRIC = "deletion_auc/similarity"
+# Rows that are not baselines in the headline comparison.
+NOT_BASELINES = {"original", "retrain", "multidelete", "retrain (method)"}
 
 
 @dataclass
@@ -93,7 +96,22 @@ def markdown_table(runs: pd.DataFrame) -> str:
             cells = [format_cell(rows[key]) if key in rows else "–" for key, _ in COLUMNS]
             lines.append(f"| {method} | {len(rows)} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines.append(headline_line(deduplicated))
+        lines.append("")
     return "\n".join(lines)
+
+
+def headline_line(runs: pd.DataFrame, metric: str = HEADLINE_METRIC) -> str:
+    """MultiDelete's deletion AUC against the best baseline (Retrain and the original excluded), as the paper compares."""
+    means = runs.groupby("method")[metric].mean().dropna() if metric in runs else pd.Series(dtype=float)
+    baselines = means.drop([name for name in means.index if name in NOT_BASELINES], errors="ignore")
+    if "multidelete" not in means or baselines.empty:
+        return "Headline: needs runs of multidelete and at least one baseline in this setting."
+    best = baselines.idxmax()
+    return (
+        f"Headline ({metric}): multidelete {means['multidelete']:.1f}, best baseline {best} {baselines[best]:.1f}, "
+        f"improvement {means['multidelete'] - baselines[best]:+.1f} points; Retrain {means.get('retrain', float('nan')):.1f}."
+    )
 
 
 def write_tables(runs_dir: Path, results_dir: Path) -> TablePaths:

@@ -55,13 +55,22 @@ class UnlearningMethod(ABC):
         """Return the unlearned model; `model` may be modified in place."""
 
 
+DISTANCES = ("mse", "squared_l2", "cosine")
+
+
 def distance(first: Tensor, second: Tensor, kind: str) -> Tensor:
-    """The `dist` of MultiDelete's terms: mean squared error, or mean cosine distance over the last axis."""
+    """The `dist` of MultiDelete's terms, averaged over rows (the last axis holds the features).
+
+    mse: mean squared error over every element. squared_l2: squared Euclidean distance of each row,
+    so the scale grows with the feature size. cosine: 1 - cosine similarity of each row.
+    """
     if kind == "mse":
         return F.mse_loss(first, second)
+    if kind == "squared_l2":
+        return (first - second).pow(2).sum(dim=-1).mean()
     if kind == "cosine":
         return (1.0 - F.cosine_similarity(first, second, dim=-1)).mean()
-    raise MdrunError(f"unknown distance '{kind}'; valid values: mse, cosine")
+    raise MdrunError(f"unknown distance '{kind}'; valid values: {', '.join(DISTANCES)}")
 
 
 def draw_partners(sample_ids: Tensor, pool_sample_ids: Tensor, generator: torch.Generator) -> Tensor:

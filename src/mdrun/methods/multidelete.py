@@ -3,8 +3,8 @@
 Three terms, each switchable by setting its weight to zero (the ablation):
 - L_MD, modality decoupling, on D_f: the unlearned model should represent a deleted pair the way the
   original represents an unrelated pair. `fused` form: dist(h'(a_i, b_i), h(a_i, b_j)); `similarity`
-  form (the authors' code for retrieval): dist(S'(a, b), S(a, b_partner)) over the in-batch similarity
-  matrix, row-wise in both directions. `auto` picks `similarity` for retrieval and `fused` otherwise.
+  form (the authors' code for retrieval): dist(S'(a, b), S(a, b_partner)) over the in-batch matrix of
+  cosine similarities, row-wise in both directions. `auto` picks `similarity` for retrieval and `fused` otherwise.
 - L_MKR, multimodal knowledge retention, on D_r: dist(h'(a, b), h(a, b)).
 - L_UKR, unimodal knowledge retention: dist(g_a'(a), g_a(a)) + dist(g_b'(b), g_b(b)) on D_r, or the
   authors' image-only variant on D_f (`ukr_on: forget_images`).
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from mdrun.errors import MdrunError
-from mdrun.methods.base import PairedLossMethod, distance, draw_partners
+from mdrun.methods.base import DISTANCES, PairedLossMethod, distance, draw_partners
 from mdrun.methods.registry import METHODS
 from mdrun.models.base import MultimodalModel, PairBatch, concat_inputs, index_inputs
 
@@ -42,8 +42,8 @@ class MultiDelete(PairedLossMethod):
             raise MdrunError(f"unknown decoupling form '{decoupling}'; valid values: {', '.join(DECOUPLING_FORMS)}")
         if ukr_on not in UKR_SETS:
             raise MdrunError(f"unknown ukr_on '{ukr_on}'; valid values: {', '.join(UKR_SETS)}")
-        if distance not in ("mse", "cosine"):
-            raise MdrunError(f"unknown distance '{distance}'; valid values: mse, cosine")
+        if distance not in DISTANCES:
+            raise MdrunError(f"unknown distance '{distance}'; valid values: {', '.join(DISTANCES)}")
         self.weights = {"md": md_weight, "mkr": mkr_weight, "ukr": ukr_weight}
         self.distance = distance
         self.decoupling = decoupling
@@ -66,9 +66,11 @@ class MultiDelete(PairedLossMethod):
         loss = torch.zeros(())
         forms = self.decoupling_forms(model)
         if "similarity" in forms:
-            current = model.similarity(model.embed_a(forget.a), model.embed_b(forget.b))
+            # Cosine similarities, not the temperature-scaled logits: at 1/temperature (about 14 to 30)
+            # L_MD would outweigh the retention terms by orders of magnitude at equal weights.
+            current = model.embed_a(forget.a) @ model.embed_b(forget.b).T
             with torch.no_grad():
-                target = original.similarity(original.embed_a(forget.a), original.embed_b(partner_b))
+                target = original.embed_a(forget.a) @ original.embed_b(partner_b).T
             loss = loss + distance(current, target, self.distance) + distance(current.T, target.T, self.distance)
         if "fused" in forms:
             current = model.fuse(forget.a, forget.b)
