@@ -4,7 +4,7 @@
     python scripts/bench.py method=neggrad forget.size=120
 
 Prints each stage's wall time and peak memory and the ratio unlearning / Retrain. Retrain is
-trained afresh here (never read from the cache) so both figures come from this run; the original
+trained afresh here and never read from the cache, so both figures come from this run. The original
 model is loaded from the cache when present, and trained untimed otherwise.
 """
 

@@ -13,7 +13,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def forget_tag(size, ids_file) -> str:
-    """The run-folder name of a forget set: `size60`, or `ids-<file stem>` for an ID file."""
+    """Name the run folder of a forget set: `size60`, or `ids-<file stem>` for an ID file."""
     if ids_file not in (None, "", "None", "null"):
         return f"ids-{Path(str(ids_file)).stem}"
     return f"size{size}"

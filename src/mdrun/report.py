@@ -48,7 +48,7 @@ class TablePaths:
 
 
 def run_rows(summary: dict) -> list[dict]:
-    """One row per evaluated model of a run: the original, Retrain and the unlearned model (named by its method)."""
+    """Build one row per evaluated model of a run: the original, Retrain and the unlearned model (named by its method)."""
     run = summary["run"]
     rows = []
     for role, metrics in summary.get("models", {}).items():
@@ -102,7 +102,7 @@ def markdown_table(runs: pd.DataFrame) -> str:
 
 
 def headline_line(runs: pd.DataFrame, metric: str = HEADLINE_METRIC) -> str:
-    """MultiDelete's deletion AUC against the best baseline (Retrain and the original excluded), as the paper compares."""
+    """Compare MultiDelete's deletion AUC with the best baseline's, Retrain and the original excluded, as Cheng and Amiri (ECCV 2024) do."""
     means = runs.groupby("method")[metric].mean().dropna() if metric in runs else pd.Series(dtype=float)
     baselines = means.drop([name for name in means.index if name in NOT_BASELINES], errors="ignore")
     if "multidelete" not in means or baselines.empty:

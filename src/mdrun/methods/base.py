@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class UnlearningData:
-    """What a method may use: the training inputs, D_f and D_r as caption indices, and how f was made.
+    """The data a method may use: the training inputs, D_f and D_r as caption indices, and how f was made.
 
     `fresh_model` builds the model at its pre-trained start and `recipe` is the original training
     recipe; Retrain needs both, other methods ignore them.
@@ -59,7 +59,7 @@ DISTANCES = ("mse", "squared_l2", "cosine")
 
 
 def distance(first: Tensor, second: Tensor, kind: str) -> Tensor:
-    """The `dist` of MultiDelete's terms, averaged over rows (the last axis holds the features).
+    """The `dist` of MultiDelete's terms, averaged over rows (the last axis is the feature axis).
 
     mse: mean squared error over every element. squared_l2: squared Euclidean distance of each row,
     so the scale grows with the feature size. cosine: 1 - cosine similarity of each row.
@@ -103,7 +103,7 @@ class PairedLossMethod(UnlearningMethod):
 
     @abstractmethod
     def loss(self, model: MultimodalModel, original: MultimodalModel, forget: PairBatch, retain: PairBatch) -> dict[str, Tensor]:
-        """The named loss terms of one step, already weighted; their sum is minimised."""
+        """Compute the named, already weighted loss terms of one step; their sum is minimised."""
 
     def unlearn(self, model: MultimodalModel, data: UnlearningData, seed: int) -> MultimodalModel:
         original = copy.deepcopy(model).eval().requires_grad_(False)

@@ -38,7 +38,7 @@ class PairBatch:
         return len(self.sample_ids)
 
     def with_b(self, b: Inputs) -> "PairBatch":
-        """The same a-side with other b inputs: the unrelated pairs of modality decoupling."""
+        """Return the same a-side with other b inputs: the unrelated pairs of modality decoupling."""
         return replace(self, b=b)
 
 
@@ -46,7 +46,7 @@ class PairBatch:
 class SplitInputs:
     """Model-ready inputs of one dataset split: a row per image and a row per caption.
 
-    A CPU-size model holds precomputed frozen-encoder features here; a full-size model holds
+    A CPU-size model keeps precomputed frozen-encoder features here, and a full-size model keeps
     preprocessed pixels and token IDs. Either way batches are built by indexing rows.
     """
 
@@ -64,7 +64,7 @@ class SplitInputs:
         return len(self.caption_image)
 
     def pair_batch(self, captions: Tensor) -> PairBatch:
-        """The pairs (image of caption, caption) for the given caption indices."""
+        """Build the pairs (image of caption, caption) for the given caption indices."""
         images = self.caption_image[captions]
         return PairBatch(a=index_inputs(self.images, images), b=index_inputs(self.texts, captions), sample_ids=images)
 
@@ -104,14 +104,14 @@ class MultimodalModel(nn.Module, ABC):
 
     @abstractmethod
     def task_loss(self, batch: PairBatch) -> Tensor:
-        """The loss the model is trained with on its task (a scalar)."""
+        """Compute the loss the model is trained with on its task (a scalar)."""
 
     @abstractmethod
     def pair_losses(self, batch: PairBatch) -> Tensor:
-        """The task loss of each pair on its own, shape (batch,): for attacks and per-sample methods."""
+        """Compute the task loss of each pair on its own, shape (batch,), for attacks and per-sample methods."""
 
     def match(self, a: Inputs, b: Inputs) -> Tensor:
-        """The matching score of each pair: probability of 'matched' from the matching head."""
+        """Score each pair: the matching head's probability of 'matched'."""
         return self.match_logits(self.fuse(a, b)).softmax(dim=-1)[:, 1]
 
     def pair_similarity(self, a: Inputs, b: Inputs) -> Tensor:

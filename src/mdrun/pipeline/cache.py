@@ -82,7 +82,7 @@ def save_scores(scores, directory: Path) -> None:
 
 
 def load_scores(directory: Path):
-    """The ModelScores stored by `save_scores`, or None when the entry is missing or incomplete."""
+    """Load the ModelScores stored by `save_scores`, or return None when the entry is missing or incomplete."""
     from mdrun.metrics.scores import ModelScores
 
     if not (directory / "scores.json").is_file():

@@ -1,8 +1,8 @@
 """Scoring a model on the evaluation sets: gallery rankings, per-pair records and test embeddings.
 
 Recall depends on the gallery size, so D_f, the D_r sample and D_test are all ranked within
-galleries of the same number of images (by default the number of deleted images, capped by the
-test split), and the size is recorded with the results.
+galleries of the same number of images. By default that is the number of deleted images, capped by
+the test split, and the size is recorded with the results.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class Experiment:
     # -- models ------------------------------------------------------------------------------
 
     def fresh_model(self, inputs: SplitInputs) -> MultimodalModel:
-        """The model at its pre-trained start; the same seed gives the original and Retrain the same start."""
+        """Build the model at its pre-trained start; the same seed gives the original and Retrain the same start."""
         torch.manual_seed(self.settings.seed)
         arch = MODELS.get(self.settings.model["arch"])
         return arch.build(inputs, **self.settings.model.get("params", {})).to(self.settings.device)
