@@ -60,8 +60,8 @@ class StageCache:
             return None
 
 
-def save_scores(scores, directory: Path) -> None:
-    """Store a ModelScores as a parquet table plus one .npz of arrays, readable without unpickling."""
+def save_scores(scores, directory: Path, cost: dict | None = None) -> None:
+    """Store a ModelScores, and the cost of computing it, as parquet, .npz and JSON files; none needs unpickling."""
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for set_name, galleries in scores.rankings.items():
@@ -78,7 +78,15 @@ def save_scores(scores, directory: Path) -> None:
     scores.records.to_parquet(records, index=False)
     records.replace(directory / "records.parquet")
     # Written last: its presence marks a complete entry.
-    atomic_write_json({"gallery_sizes": scores.gallery_sizes}, directory / "scores.json")
+    atomic_write_json({"gallery_sizes": scores.gallery_sizes, "cost": cost or {}}, directory / "scores.json")
+
+
+def load_scores_cost(directory: Path) -> dict:
+    """The cost recorded when the cached scores in `directory` were computed."""
+    try:
+        return json.loads((directory / "scores.json").read_text()).get("cost", {})
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def load_scores(directory: Path):

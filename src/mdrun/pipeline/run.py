@@ -18,7 +18,7 @@ from mdrun.metrics import compute_metrics
 from mdrun.metrics.gap_to_retrain import compare_to_retrain
 from mdrun.metrics.scores import ModelScores
 from mdrun.models import MODELS, MultimodalModel, SplitInputs
-from mdrun.pipeline.cache import StageCache, cache_key, load_scores, save_scores
+from mdrun.pipeline.cache import StageCache, cache_key, load_scores, load_scores_cost, save_scores
 from mdrun.pipeline.evaluate import EvalSets, build_eval_sets, score_model
 from mdrun.pipeline.meter import StageMeter
 from mdrun.pipeline.record import RunRecord
@@ -133,7 +133,9 @@ class Experiment:
             scores = load_scores(self.cache.scores_dir(scores_key))
             if scores is not None:
                 log.info("evaluate %s: reusing cached scores %s", role, scores_key)
-                self.record.stage_done(f"evaluate_{role}", {"cached": True, "key": scores_key})
+                # The recorded cost is the cost of computing the scores, as for cached models.
+                cost = load_scores_cost(self.cache.scores_dir(scores_key))
+                self.record.stage_done(f"evaluate_{role}", {**cost, "cached": True, "key": scores_key})
                 return self.record_metrics(role, scores, reference)
 
         log.info("evaluate %s: %s", role, ", ".join(f"{name} {len(g)} galleries" for name, g in sets.galleries.items()))
@@ -143,7 +145,7 @@ class Experiment:
 
         scores = self.stage(f"evaluate_{role}", work)
         if scores_key:
-            save_scores(scores, self.cache.scores_dir(scores_key))
+            save_scores(scores, self.cache.scores_dir(scores_key), self.record.summary["cost"][f"evaluate_{role}"])
         return self.record_metrics(role, scores, reference)
 
     def record_metrics(self, role: str, scores: ModelScores, reference: ModelScores | None) -> ModelScores:
