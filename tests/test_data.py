@@ -181,3 +181,28 @@ def test_empty_ids_file(train_split, tmp_path):
     ids.write_text("# nothing\n")
     with pytest.raises(MdrunError, match="empty"):
         select_forget(train_split, size=None, ids_file=str(ids), seed=0)
+
+
+def test_ids_file_trailing_comment(train_split, tmp_path):
+    ids = tmp_path / "ids.txt"
+    ids.write_text("2.jpg  # requested by the image's owner\n")
+    assert select_forget(train_split, size=None, ids_file=str(ids), seed=0).forget_images.tolist() == [1]
+
+
+def test_karpathy_image_without_captions(tmp_path):
+    write_karpathy(tmp_path)
+    content = json.loads((tmp_path / "dataset_flickr30k.json").read_text())
+    content["images"][0]["sentences"] = []
+    (tmp_path / "dataset_flickr30k.json").write_text(json.dumps(content))
+    with pytest.raises(MdrunError, match=r"record 0 \(1\.jpg\): 'sentences' must hold"):
+        load_dataset("flickr30k", "karpathy_retrieval", root=tmp_path)
+
+
+def test_replaced_image_changes_files_fingerprint(tmp_path):
+    write_lavis(tmp_path)
+    before = load_dataset("flickr30k", "lavis_retrieval", root=tmp_path).train
+    pairs_before, files_before = before.fingerprint(), before.files_fingerprint()
+    (tmp_path / "images" / "flickr30k-images" / "1.jpg").write_bytes(b"another image, another size")
+    after = load_dataset("flickr30k", "lavis_retrieval", root=tmp_path).train
+    assert after.fingerprint() == pairs_before
+    assert after.files_fingerprint() != files_before

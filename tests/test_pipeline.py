@@ -136,3 +136,38 @@ def test_failed_stage_keeps_finished_results(tiny_run_overrides, tmp_path, monke
     assert summary["models"]["original"]["test/r_mean"] > 0
     assert summary["status"]["unlearn"].startswith("failed: RuntimeError: simulated crash")
     assert (run_dir / "pairs-retrain.parquet").is_file()
+
+
+def test_rerun_archives_previous_run(tiny_run_overrides, tmp_path):
+    assert run_mdrun(tiny_run_overrides).returncode == 0
+    failed = run_mdrun([*tiny_run_overrides, "method.params.lr=1e6"])
+    expect_clean_error(failed, "diverged", "lower method.params.lr")
+
+    run_dir = run_dir_of(tmp_path)
+    archived = list((run_dir / ".previous").glob("*/summary.json"))
+    assert len(archived) == 1
+    assert set(json.loads(archived[0].read_text())["models"]) == {"original", "retrain", "unlearned"}
+    assert not (run_dir / "pairs-unlearned.parquet").exists(), "the failed run must not mix with the archived one"
+
+
+def test_tag_keeps_variant_apart(tiny_run_overrides, tmp_path):
+    result = run_mdrun([*tiny_run_overrides, "method.params.mkr_weight=0", "tag=no_mkr"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_dir_of(tmp_path, method="multidelete-no_mkr") / "summary.json").is_file()
+    assert "| multidelete (no_mkr) |" in (tmp_path / "results" / "table.md").read_text()
+
+
+def test_invalid_values_are_named(tiny_run_overrides):
+    expect_clean_error(run_mdrun([*tiny_run_overrides, "seed=abc"]), "seed must be an integer")
+    expect_clean_error(run_mdrun([*tiny_run_overrides, "eval.rerank_k=-1"]), "eval.rerank_k must be at least 0")
+    expect_clean_error(run_mdrun([*tiny_run_overrides, "eval.heldout_split=train"]), "eval.heldout_split must be val or test")
+
+
+def test_corrupt_feature_cache_is_rebuilt(tiny_run_overrides, shared_store):
+    assert run_mdrun(tiny_run_overrides).returncode == 0
+    features = sorted((shared_store / "cache" / "features").glob("test-*.pt"))
+    assert features
+    features[0].write_bytes(b"truncated")
+    result = run_mdrun(tiny_run_overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ignoring unreadable feature cache" in result.stdout + result.stderr

@@ -36,6 +36,9 @@ def main(cfg: DictConfig) -> float | None:
             # One bad job of a sweep is recorded in its summary; the sweep goes on with the others.
             return None
         sys.exit(2)
+    except KeyboardInterrupt:
+        log.error("interrupted: finished stages are cached, so the same command resumes after them")
+        sys.exit(130)
 
     table = write_tables(settings.runs_dir, settings.results_dir)
     log.info("results: %s and %s updated from %d recorded runs", table.markdown, table.csv, table.runs)

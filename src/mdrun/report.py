@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def run_rows(summary: dict) -> list[dict]:
         if role == "unlearned" and name in ROLE_ORDER:
             # A run of the `retrain` method must not merge with the pipeline's own Retrain row.
             name = f"{name} (method)"
+        if role == "unlearned" and run.get("tag"):
+            name = f"{name} ({run['tag']})"
         cost = summary.get("cost", {}).get(stage, {})
         rows.append({**{key: run.get(key) for key in SETTING}, "seed": run["seed"], "method": name,
                      **metrics, "seconds": cost.get("seconds"), "peak_rss_mb": cost.get("peak_rss_mb")})
@@ -66,6 +69,8 @@ def run_rows(summary: dict) -> list[dict]:
 def collect_runs(runs_dir: Path) -> pd.DataFrame:
     rows = []
     for path in sorted(Path(runs_dir).glob(f"**/{SUMMARY_FILE}")):
+        if any(part.startswith(".") for part in path.relative_to(runs_dir).parts):
+            continue  # archived earlier runs under .previous/
         summary = read_summary(path)
         if summary and summary.get("models"):
             rows += [{**row, "run_dir": str(path.parent)} for row in run_rows(summary)]
@@ -133,10 +138,13 @@ def write_tables(runs_dir: Path, results_dir: Path) -> TablePaths:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Rebuild the result tables from recorded runs.")
-    parser.add_argument("runs_dir", nargs="?", default="outputs/runs", help="folder searched for run summaries")
-    parser.add_argument("results_dir", nargs="?", default="results", help="folder the tables are written to")
+    root = Path(os.environ.get("MDRUN_ROOT", "."))
+    parser.add_argument("runs_dir", nargs="?", default=root / "outputs" / "runs", help="folder searched for run summaries (default: $MDRUN_ROOT/outputs/runs)")
+    parser.add_argument("results_dir", nargs="?", default=root / "results", help="folder the tables are written to (default: $MDRUN_ROOT/results)")
     args = parser.parse_args()
     paths = write_tables(Path(args.runs_dir), Path(args.results_dir))
+    if paths.runs == 0:
+        raise SystemExit(f"no finished runs under {args.runs_dir}; nothing written")
     print(f"{paths.runs} runs -> {paths.markdown}, {paths.csv}")
 
 

@@ -17,6 +17,8 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
+        # mkstemp creates files readable by the owner only; results are meant to be shared.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -39,7 +39,8 @@ class ForgetSplit:
 def read_id_file(path: Path) -> list[str]:
     """Read sample IDs: a JSON list, or one ID per line with blank lines and '#' comments skipped."""
     if not path.is_file():
-        raise MdrunError(f"forget ID file {path} not found; set forget.ids_file to a file of sample IDs, one per line")
+        problem = "is a folder" if path.is_dir() else "not found"
+        raise MdrunError(f"forget ID file {path} {problem}; set forget.ids_file to a file of sample IDs, one per line")
     text = path.read_text(encoding="utf-8")
     if text.lstrip().startswith("["):
         try:
@@ -47,7 +48,8 @@ def read_id_file(path: Path) -> list[str]:
         except json.JSONDecodeError as error:
             raise MdrunError(f"{path} starts like a JSON list but is not valid JSON (line {error.lineno}: {error.msg})") from None
         return [str(sample_id) for sample_id in ids]
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    return [sample_id for sample_id in ids if sample_id]
 
 
 def match_ids(split: RetrievalSplit, requested: list[str], path: Path) -> np.ndarray:

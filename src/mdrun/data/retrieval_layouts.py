@@ -154,6 +154,8 @@ def load_karpathy_retrieval(
             captions = [sentence["raw"] for sentence in sentences]
         except (TypeError, KeyError):
             raise MdrunError(f"{path}, record {index}: every sentence needs a 'raw' field") from None
+        if not captions or not all(isinstance(text, str) and text.strip() for text in captions):
+            raise MdrunError(f"{path}, record {index} ({filename}): 'sentences' must hold at least one non-empty 'raw' caption")
         per_split[split_name][image_id] = captions
 
     splits = {}

@@ -37,6 +37,17 @@ class RetrievalSplit:
     def num_captions(self) -> int:
         return len(self.captions)
 
+    def files_fingerprint(self) -> str:
+        """Hash of each image file's path, size and modification time: replaced images change it."""
+        digest = hashlib.sha256()
+        for file in self.image_files:
+            try:
+                stat = file.stat()
+                digest.update(f"{file}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{file}\tmissing\n".encode())
+        return digest.hexdigest()[:16]
+
     def fingerprint(self) -> str:
         """Hash of the IDs and captions, so caches of features and models can be keyed by content."""
         digest = hashlib.sha256()

@@ -36,7 +36,7 @@ class ImageEncoder(nn.Module):
     dim: int
 
     def preprocess(self, image: Image.Image, resolution: int) -> Tensor:
-        array = np.asarray(image.convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC))
+        array = np.array(image.convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC))
         # EfficientNet-Lite was trained on pixels scaled to [-1, 1].
         return torch.from_numpy(array).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
@@ -99,7 +99,8 @@ def local_text_encoder(model_dir: str) -> TextEncoder:
 
 
 def feature_key(split: RetrievalSplit, settings: dict) -> str:
-    blob = json.dumps({"version": FEATURE_VERSION, "split": split.fingerprint(), **settings}, sort_keys=True)
+    content = {"split": split.fingerprint(), "files": split.files_fingerprint()}
+    blob = json.dumps({"version": FEATURE_VERSION, **content, **settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -144,9 +145,13 @@ def frozen_encoder_inputs(
         "image_resolution": image_resolution, "max_text_tokens": max_text_tokens,
     }
     path = Path(cache_dir) / "features" / f"{split.name}-{feature_key(split, settings)}.pt"
+    tensors = None
     if path.is_file():
-        tensors = load_tensors(path)
-    else:
+        try:
+            tensors = load_tensors(path)
+        except Exception as error:  # a truncated or foreign file: encode again rather than crash
+            log.warning("ignoring unreadable feature cache %s (%s); encoding again", path, error)
+    if tensors is None:
         log.info("encoding %d images and %d captions of split '%s' with frozen %s and %s",
                  split.num_images, split.num_captions, split.name, image_encoder, text_encoder)
         image_net = IMAGE_ENCODERS.get(image_encoder)().eval()

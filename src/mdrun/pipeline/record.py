@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,28 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
 
 
+RUN_FILES = ("summary.json", "config.json", "pairs-*.parquet")
+
+
+def archive_previous_run(run_dir: Path) -> Path | None:
+    """Move an earlier run's files in `run_dir` to `.previous/<time>/`, so a rerun that fails loses nothing."""
+    if not (run_dir / SUMMARY_FILE).is_file():
+        return None
+    archive = run_dir / ".previous" / time.strftime("%Y%m%d-%H%M%S")
+    archive.mkdir(parents=True, exist_ok=True)
+    for pattern in RUN_FILES:
+        for file in run_dir.glob(pattern):
+            file.replace(archive / file.name)
+    return archive
+
+
 class RunRecord:
     def __init__(self, run_dir: Path, config: dict[str, Any], run: dict[str, Any]) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        archive = archive_previous_run(self.run_dir)
+        if archive:
+            log.warning("run folder %s held an earlier run; its files were moved to %s", self.run_dir, archive)
         self.summary: dict[str, Any] = {"run": run, "status": {}, "models": {}, "cost": {}, "config": config}
         atomic_write_text(json.dumps(config, indent=2, default=str) + "\n", self.run_dir / "config.json")
         self.save()

@@ -14,7 +14,8 @@ from mdrun.data import load_dataset
 from mdrun.data.forget import ForgetSplit, select_forget
 from mdrun.data.types import RetrievalDataset
 from mdrun.methods import UnlearningData, build_method
-from mdrun.metrics import compute_metrics
+from mdrun.errors import MdrunError
+from mdrun.metrics import METRICS, compute_metrics
 from mdrun.metrics.gap_to_retrain import compare_to_retrain
 from mdrun.metrics.scores import ModelScores
 from mdrun.models import MODELS, MultimodalModel, SplitInputs
@@ -86,7 +87,8 @@ class Experiment:
 
     def model_key(self, dataset: RetrievalDataset, extra: dict) -> str:
         model = {key: value for key, value in self.settings.model.items() if key != "name"}
-        return cache_key({"data": dataset.train.fingerprint(), "model": model, "seed": self.settings.seed, **extra})
+        data = {"pairs": dataset.train.fingerprint(), "files": dataset.train.files_fingerprint()}
+        return cache_key({"data": data, "model": model, "seed": self.settings.seed, **extra})
 
     def trained_model(self, stage: str, key: str, inputs: SplitInputs, captions: torch.Tensor) -> MultimodalModel:
         """Train on `captions` from the pre-trained start, or load the cached model of the same key."""
@@ -172,21 +174,27 @@ class Experiment:
         settings = self.settings
         dataset = self.load_data()
         forget = self.split_forget(dataset)
-        inputs = self.prepare_inputs(dataset)
         train = dataset.train
         forget_pairs = torch.from_numpy(forget.forget_pairs(train))
         retain_pairs = torch.from_numpy(forget.retain_pairs(train))
         heldout = dataset.splits[settings.evaluation.get("heldout_split", "test")]
         sets = build_eval_sets(train, heldout, forget, settings.evaluation.get("gallery_size"),
                                settings.evaluation["retain_chunks"], settings.seed)
+        if sets.gallery_size < 10:
+            log.warning("galleries of %d images make recall@k nearly meaningless; delete more images or set eval.gallery_size",
+                        sets.gallery_size)
+        # Build the method and look up the metrics before any expensive stage, so bad settings fail first.
+        method = build_method(settings.method["name"], **settings.method.get("params", {}))
+        for name in settings.evaluation["metrics"]:
+            METRICS.get(name)
+        inputs = self.prepare_inputs(dataset)
 
         self.record = RunRecord(settings.run_dir, settings.config, {
             "data": settings.data["name"], "model": settings.model["name"], "method": settings.method["name"],
-            "seed": settings.seed, "forget_images": len(forget.forget_images), "forget_pairs": len(forget_pairs),
-            "forget_ids_file": settings.forget.get("ids_file"), "gallery_size": sets.gallery_size,
+            "tag": settings.config.get("tag"), "seed": settings.seed, "forget_images": len(forget.forget_images),
+            "forget_pairs": len(forget_pairs), "forget_ids_file": settings.forget.get("ids_file"),
+            "gallery_size": sets.gallery_size,
         })
-        # Build the method first: a bad method setting fails here, before any training.
-        method = build_method(settings.method["name"], **settings.method.get("params", {}))
 
         original_key = self.model_key(dataset, {})
         original = self.trained_model("original", original_key, inputs["train"], torch.arange(train.num_captions))
@@ -203,6 +211,9 @@ class Experiment:
             fresh_model=lambda: self.fresh_model(inputs["train"]), recipe=self.recipe(), val_inputs=inputs["val"],
         )
         unlearned = self.stage("unlearn", lambda: method(copy.deepcopy(original), data, settings.seed))
+        if not all(bool(torch.isfinite(parameter).all()) for parameter in unlearned.parameters()):
+            raise MdrunError(f"{settings.method['name']} diverged: the unlearned model has non-finite weights; "
+                             "lower method.params.lr")
         log.info("unlearn: done in %.1f s", self.record.summary["cost"]["unlearn"]["seconds"])
         unlearned_scores = self.evaluate("unlearned", unlearned, inputs, dataset, sets, reference=original_scores)
         self.record_gap_to_retrain("unlearned", unlearned_scores, retrain_scores)
