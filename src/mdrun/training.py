@@ -41,7 +41,7 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, total
 
 
 def shuffled_batches(indices: Tensor, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """One pass over `indices` in a random order, in batches; the last short batch is kept."""
+    """Yield one pass over `indices` in a random order, in batches; the last short batch is kept."""
     order = indices[torch.randperm(len(indices), generator=generator)]
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
@@ -63,9 +63,13 @@ def optimizer_step(model: torch.nn.Module, loss: Tensor, optimizer, scheduler, g
 
 
 def train_on_task(
-    model: MultimodalModel, inputs: SplitInputs, captions: Tensor, recipe: Recipe, seed: int, desc: str
+    model: MultimodalModel, inputs: SplitInputs, captions: Tensor, recipe: Recipe, seed: int, desc: str,
+    ascend: bool = False,
 ) -> dict[str, float]:
-    """Minimise the model's task loss over the pairs of `captions` (caption indices of `inputs`)."""
+    """Minimise the model's task loss over the pairs of `captions` (caption indices of `inputs`).
+
+    With `ascend`, maximise it instead (gradient ascent); the reported loss is still the task loss.
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = -(-len(captions) // recipe.batch_size)
@@ -79,7 +83,7 @@ def train_on_task(
     for epoch in range(recipe.epochs):
         for batch_captions in shuffled_batches(captions, recipe.batch_size, generator):
             loss = model.task_loss(inputs.pair_batch(batch_captions))
-            optimizer_step(model, loss, optimizer, scheduler, recipe.grad_clip)
+            optimizer_step(model, -loss if ascend else loss, optimizer, scheduler, recipe.grad_clip)
             running = 0.98 * running + 0.02 * loss.item() if running else loss.item()
             progress.set_postfix(epoch=epoch + 1, loss=f"{running:.3f}")
             progress.update()

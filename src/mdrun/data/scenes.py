@@ -1,6 +1,6 @@
 """The embedded default data: generated scenes of shapes with five captions each, in the Flickr30K LAVIS layout.
 
-No package ships captioned photographs, so mdrun draws its own: each scene holds two to four shapes
+No package ships captioned photographs, so mdrun draws its own: each scene contains two to four shapes
 with a colour, a size and a place on a 3 x 3 grid, over a coloured background. Five captions per
 scene describe it in different styles (a listing, positions, a relation, a count, a short form), so
 most captions are unique to their image. The files are written once per seed, in the same layout as

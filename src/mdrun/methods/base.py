@@ -59,7 +59,7 @@ DISTANCES = ("mse", "squared_l2", "cosine")
 
 
 def distance(first: Tensor, second: Tensor, kind: str) -> Tensor:
-    """The `dist` of MultiDelete's terms, averaged over rows (the last axis is the feature axis).
+    """Compute the `dist` of MultiDelete's terms, averaged over rows (the last axis is the feature axis).
 
     mse: mean squared error over every element. squared_l2: squared Euclidean distance of each row,
     so the scale grows with the feature size. cosine: 1 - cosine similarity of each row.

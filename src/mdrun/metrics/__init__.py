@@ -7,7 +7,7 @@ import_submodules(__name__, __path__)
 
 
 def compute_metrics(names: list[str], scores, reference=None) -> dict[str, float]:
-    """Run the named metrics on one model's scores; `reference` holds the original model's scores."""
+    """Run the named metrics on one model's scores; `reference` is the original model's scores."""
     results: dict[str, float] = {}
     for name in names:
         results.update(METRICS.get(name)(scores, reference))

@@ -1,4 +1,4 @@
-"""What evaluation measures on one model, in the form every metric reads."""
+"""The scores evaluation measures on one model, in the form every metric reads."""
 
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ def save_scores(scores, directory: Path, cost: dict | None = None) -> None:
 
 
 def load_scores_cost(directory: Path) -> dict:
-    """The cost recorded when the cached scores in `directory` were computed."""
+    """Read the cost recorded when the cached scores in `directory` were computed."""
     try:
         return json.loads((directory / "scores.json").read_text()).get("cost", {})
     except (OSError, json.JSONDecodeError):

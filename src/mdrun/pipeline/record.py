@@ -1,6 +1,7 @@
 """The run record: one summary.json per run next to its resolved config, rewritten after every stage.
 
-A stage that finishes is on disk before the next one starts, so a later failure never loses it.
+A finished stage is on disk before the next one starts, so a later failure does not lose it
+(a rerun in the same folder first moves the earlier run's files to .previous/).
 """
 
 from __future__ import annotations
